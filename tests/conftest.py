@@ -50,6 +50,7 @@ class LiveServer:
     port: int
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
     project_id: int = 0
     dsn: str = ""
     public_key: str = ""
@@ -60,24 +61,29 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        self.log_path = self.data_dir.parent / "server.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "faultlens", "serve", "--data-dir", str(self.data_dir),
              "--port", str(self.port)],
             env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
         )
+        log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"faultlens serve exited: {err}")
+                raise RuntimeError(f"faultlens serve exited: {self.log()}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)
         raise RuntimeError("faultlens serve did not come up in 30 s")
+
+    def log(self) -> str:
+        return (self.log_path or Path("/dev/null")).read_text(errors="replace")[-5000:]
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -132,6 +138,16 @@ def make_server(tmp_path: Path, **env: str) -> LiveServer:
     server.token = cli(server.data_dir, "token", "create")["token"]
     server.start()
     return server
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for a whole module, for tests that never collide on data."""
+    server = make_server(tmp_path_factory.mktemp("server"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

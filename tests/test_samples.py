@@ -18,6 +18,13 @@ import zstandard
 
 from tests.conftest import LiveServer, samples_dir
 
+
+@pytest.fixture
+def live_server(module_server: LiveServer) -> LiveServer:
+    # Every test here sends fresh event ids, so one server serves them all.
+    return module_server
+
+
 SAMPLES = samples_dir()
 ALL = sorted(p.stem for p in SAMPLES.glob("*.envelope"))
 EVENT_ID = re.compile(rb'"event_id":"([0-9a-f]{32})"')
@@ -149,7 +156,7 @@ def test_envelope_header_dsn_authenticates_a_tunnelled_envelope(live_server: Liv
     assert post(live_server, body).json() == {"id": event_id}
 
 
-def test_wrong_keys_get_one_403_that_does_not_say_which(live_server: LiveServer, tmp_path: Path) -> None:
+def test_wrong_keys_get_one_403_that_does_not_say_which(live_server: LiveServer) -> None:
     body, _ = rewrite(load("py-03-capture-message-warning")[0], live_server)
     unknown_key = post(live_server, body, params={"sentry_key": "0" * 32})
     with httpx.Client() as c:

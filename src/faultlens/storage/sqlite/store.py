@@ -527,27 +527,27 @@ class SqliteStore:
         event["issue_id"] = issue_id
         event["attachments"] = [
             {
-                "index": i,
+                "id": i,
                 "filename": f,
                 "content_type": c,
                 "attachment_type": t,
                 "size": s,
             }
             for i, f, c, t, s in self._read(
-                "SELECT idx, filename, content_type, attachment_type, size"
-                " FROM attachments WHERE project_id = ? AND event_id = ? ORDER BY idx",
+                "SELECT id, filename, content_type, attachment_type, size"
+                " FROM attachments WHERE project_id = ? AND event_id = ? ORDER BY id",
                 (project_id, event_id),
             )
         ]
         return event
 
     def get_attachment(
-        self, project_id: int, event_id: str, index: int
+        self, project_id: int, event_id: str, attachment_id: int
     ) -> tuple[str, bytes]:
         rows = self._read(
             "SELECT content_type, blob FROM attachments"
-            " WHERE project_id = ? AND event_id = ? AND idx = ?",
-            (project_id, event_id, index),
+            " WHERE project_id = ? AND event_id = ? AND id = ?",
+            (project_id, event_id, attachment_id),
         )
         if not rows:
             raise NotFound("no such attachment")
