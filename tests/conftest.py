@@ -33,7 +33,15 @@ def free_port() -> int:
 
 def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Any:
     out = subprocess.run(
-        [sys.executable, "-m", "faultlens", *args, "--data-dir", str(data_dir), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "faultlens",
+            *args,
+            "--data-dir",
+            str(data_dir),
+            "--json",
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -64,8 +72,16 @@ class LiveServer:
         self.log_path = self.data_dir.parent / "server.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "faultlens", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "faultlens",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+            ],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=log,
@@ -101,7 +117,8 @@ class LiveServer:
 
     def api(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"},
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token}"},
             timeout=10,
         )
 

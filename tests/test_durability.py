@@ -15,7 +15,9 @@ TEMPLATE = (samples_dir() / "py-01-handled-exception.envelope").read_bytes()
 TEMPLATE_ID = TEMPLATE.split(b'"event_id":"', 1)[1][:32]
 
 
-def send_until_refused(server: LiveServer, acked: list[str], stop: threading.Event) -> None:
+def send_until_refused(
+    server: LiveServer, acked: list[str], stop: threading.Event
+) -> None:
     headers = {"X-Sentry-Auth": f"Sentry sentry_key={server.public_key}"}
     with httpx.Client(timeout=5) as client:
         while not stop.is_set():
@@ -24,7 +26,8 @@ def send_until_refused(server: LiveServer, acked: list[str], stop: threading.Eve
             try:
                 r = client.post(
                     f"{server.url}/api/{server.project_id}/envelope/",
-                    content=body, headers=headers,
+                    content=body,
+                    headers=headers,
                 )
             except httpx.HTTPError:
                 return  # The server died under us: this one was not acknowledged.
@@ -54,7 +57,9 @@ def test_sigkill_while_sending_loses_no_acknowledged_event(tmp_path: Path) -> No
         assert len(acked) > 100, "the load was too light to mean anything"
         stats = server.wait_processed(len(acked), timeout=60)
         with server.api() as api:
-            issues = api.get(f"/api/v1/projects/{server.project_id}/issues").json()["data"]
+            issues = api.get(f"/api/v1/projects/{server.project_id}/issues").json()[
+                "data"
+            ]
             for event_id in acked:
                 r = api.get(f"/api/v1/projects/{server.project_id}/events/{event_id}")
                 assert r.status_code == 200, f"acknowledged {event_id} was lost"

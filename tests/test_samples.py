@@ -8,7 +8,6 @@ import json
 import re
 import uuid
 import zlib
-from pathlib import Path
 from typing import Any
 
 import brotli
@@ -37,8 +36,11 @@ def load(name: str) -> tuple[bytes, dict[str, Any]]:
 
 
 def rewrite(body: bytes, server: LiveServer) -> tuple[bytes, str | None]:
-    """Point a capture at our project and give it fresh ids, so samples never collide."""
-    body = body.replace(b"publickey@127.0.0.1:8765/43", f"{server.public_key}@x/{server.project_id}".encode())
+    """Point a capture at our project and give it a fresh id, so none collide."""
+    body = body.replace(
+        b"publickey@127.0.0.1:8765/43",
+        f"{server.public_key}@x/{server.project_id}".encode(),
+    )
     found = EVENT_ID.search(body.split(b"\n", 1)[0])
     if not found:
         return body, None
@@ -51,8 +53,13 @@ def browser_headers(meta: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in meta["headers"] if k.lower() in keep}
 
 
-def post(server: LiveServer, body: bytes, *, params: dict[str, str] | None = None,
-         headers: dict[str, str] | None = None) -> httpx.Response:
+def post(
+    server: LiveServer,
+    body: bytes,
+    *,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     return httpx.post(
         f"{server.url}/api/{server.project_id}/envelope/",
         content=body,
@@ -85,8 +92,11 @@ def test_every_sample_is_accepted_with_cors(live_server: LiveServer, name: str) 
 def test_browser_replay_segments_are_kept(live_server: LiveServer) -> None:
     params = {"sentry_key": live_server.public_key}
     replay_id = None
-    for name in ("js-03-replay-segment0-session-mode", "js-10-replay-segment1",
-                 "js-10-replay-segment1"):
+    for name in (
+        "js-03-replay-segment0-session-mode",
+        "js-10-replay-segment1",
+        "js-10-replay-segment1",
+    ):
         body, _ = load(name)
         replay_id = json.loads(body.split(b"\n", 1)[0])["event_id"]
         assert post(live_server, body, params=params).status_code == 200
@@ -121,23 +131,37 @@ ENCODERS = {
 
 
 @pytest.mark.parametrize("encoding", list(ENCODERS))
-def test_every_content_encoding_is_decoded(live_server: LiveServer, encoding: str) -> None:
+def test_every_content_encoding_is_decoded(
+    live_server: LiveServer, encoding: str
+) -> None:
     body, event_id = rewrite(load("py-01-handled-exception")[0], live_server)
-    headers = {"X-Sentry-Auth": f"Sentry sentry_key={live_server.public_key}, sentry_version=7"}
+    headers = {
+        "X-Sentry-Auth": f"Sentry sentry_key={live_server.public_key}, sentry_version=7"
+    }
     if encoding:
         headers["Content-Encoding"] = encoding
     r = post(live_server, ENCODERS[encoding](body), headers=headers)
     assert r.status_code == 200, r.text
     live_server.wait_processed(1)
-    assert live_server.event(event_id or "")["exception"]["values"][-1]["type"] == "ZeroDivisionError"
+    assert (
+        live_server.event(event_id or "")["exception"]["values"][-1]["type"]
+        == "ZeroDivisionError"
+    )
 
 
 def auth_channels(key: str) -> dict[str, dict[str, Any]]:
     return {
-        "x-sentry-auth": {"headers": {"X-Sentry-Auth": f"Sentry sentry_key={key}, sentry_version=7"}},
-        "authorization-sentry": {"headers": {"Authorization": f"sentry sentry_key={key}"}},
+        "x-sentry-auth": {
+            "headers": {"X-Sentry-Auth": f"Sentry sentry_key={key}, sentry_version=7"}
+        },
+        "authorization-sentry": {
+            "headers": {"Authorization": f"sentry sentry_key={key}"}
+        },
         "authorization-basic": {
-            "headers": {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+            "headers": {
+                "Authorization": "Basic "
+                + base64.b64encode(f"{key}:".encode()).decode()
+            }
         },
         "query": {"params": {"sentry_key": key, "sentry_version": "7"}},
     }
@@ -151,18 +175,25 @@ def test_every_auth_channel_is_accepted(live_server: LiveServer, channel: str) -
     assert r.json() == {"id": event_id}
 
 
-def test_envelope_header_dsn_authenticates_a_tunnelled_envelope(live_server: LiveServer) -> None:
-    body, event_id = rewrite(load("js-tunnel-01-event-dsn-in-envelope-header")[0], live_server)
+def test_envelope_header_dsn_authenticates_a_tunnelled_envelope(
+    live_server: LiveServer,
+) -> None:
+    body, event_id = rewrite(
+        load("js-tunnel-01-event-dsn-in-envelope-header")[0], live_server
+    )
     assert post(live_server, body).json() == {"id": event_id}
 
 
-def test_wrong_keys_get_one_403_that_does_not_say_which(live_server: LiveServer) -> None:
+def test_wrong_keys_get_one_403_that_does_not_say_which(
+    live_server: LiveServer,
+) -> None:
     body, _ = rewrite(load("py-03-capture-message-warning")[0], live_server)
     unknown_key = post(live_server, body, params={"sentry_key": "0" * 32})
     with httpx.Client() as c:
         wrong_project = c.post(
             f"{live_server.url}/api/{live_server.project_id + 1}/envelope/",
-            content=body, params={"sentry_key": live_server.public_key},
+            content=body,
+            params={"sentry_key": live_server.public_key},
         )
     assert unknown_key.status_code == wrong_project.status_code == 403
     assert unknown_key.json() == wrong_project.json()
@@ -173,7 +204,9 @@ def test_missing_and_doubled_auth_are_401(live_server: LiveServer) -> None:
     key = live_server.public_key
     assert post(live_server, body).status_code == 401
     doubled = post(
-        live_server, body, params={"sentry_key": key},
+        live_server,
+        body,
+        params={"sentry_key": key},
         headers={"X-Sentry-Auth": f"Sentry sentry_key={key}"},
     )
     assert doubled.status_code == 401
@@ -182,13 +215,35 @@ def test_missing_and_doubled_auth_are_401(live_server: LiveServer) -> None:
 def test_revoked_key_is_refused(live_server: LiveServer) -> None:
     from tests.conftest import cli
 
-    created = cli(live_server.data_dir, "key", "create", "--project", str(live_server.project_id))
+    created = cli(
+        live_server.data_dir, "key", "create", "--project", str(live_server.project_id)
+    )
     body, _ = rewrite(load("py-03-capture-message-warning")[0], live_server)
-    assert post(live_server, body, params={"sentry_key": created["public_key"]}).status_code == 200
+    assert (
+        post(
+            live_server, body, params={"sentry_key": created["public_key"]}
+        ).status_code
+        == 200
+    )
     import subprocess
     import sys
+
     subprocess.run(
-        [sys.executable, "-m", "faultlens", "key", "revoke", created["public_key"],
-         "--data-dir", str(live_server.data_dir)], check=True,
+        [
+            sys.executable,
+            "-m",
+            "faultlens",
+            "key",
+            "revoke",
+            created["public_key"],
+            "--data-dir",
+            str(live_server.data_dir),
+        ],
+        check=True,
     )
-    assert post(live_server, body, params={"sentry_key": created["public_key"]}).status_code == 403
+    assert (
+        post(
+            live_server, body, params={"sentry_key": created["public_key"]}
+        ).status_code
+        == 403
+    )

@@ -63,7 +63,9 @@ def test_handled_exception_is_stored_with_its_context(sdk: LiveServer) -> None:
     assert event["exception"]["values"][-1]["type"] == "ZeroDivisionError"
     frames = event["exception"]["values"][-1]["stacktrace"]["frames"]
     assert frames[-1]["function"] == "checkout"
-    assert any(b.get("message") == "opened cart" for b in event["breadcrumbs"]["values"])
+    assert any(
+        b.get("message") == "opened cart" for b in event["breadcrumbs"]["values"]
+    )
     assert isinstance(event["timestamp"], float)
 
     with sdk.api() as api:
@@ -100,7 +102,8 @@ def test_message_and_logging_events_are_stored(sdk: LiveServer) -> None:
     assert message["message"] == "disk almost full"
     with sdk.api() as api:
         issues = api.get(
-            f"/api/v1/projects/{sdk.project_id}/issues", params={"query": "logger:billing"}
+            f"/api/v1/projects/{sdk.project_id}/issues",
+            params={"query": "logger:billing"},
         ).json()["data"]
     assert len(issues) == 1
     assert issues[0]["level"] == "error"
@@ -150,11 +153,15 @@ def test_unhandled_exception_from_a_process_is_stored(live_server: LiveServer) -
         boot()
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60
+    )
     assert proc.returncode == 1
     live_server.wait_processed(1)
     with live_server.api() as api:
-        issue = api.get(f"/api/v1/projects/{live_server.project_id}/issues").json()["data"][0]
+        issue = api.get(f"/api/v1/projects/{live_server.project_id}/issues").json()[
+            "data"
+        ][0]
         events = api.get(f"/api/v1/issues/{issue['id']}/events").json()["data"]
     event = live_server.event(events[0]["event_id"])
     value = event["exception"]["values"][-1]

@@ -1,4 +1,4 @@
-"""Builds the Faultlens ASGI app: wires the stores to ingestion, the worker and the API."""
+"""Builds the Faultlens ASGI app: wires the stores to ingestion, worker and API."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ class Services:
         )
         context = Context(
             limits=settings.limits,
-            severity_rules=load_severity_rules(settings.data_dir / "severity-rules.json"),
+            severity_rules=load_severity_rules(
+                settings.data_dir / "severity-rules.json"
+            ),
         )
         worker = Worker(inbox, store, context, batch_size=settings.worker_batch_size)
         return cls(settings, store, inbox, worker)

@@ -54,7 +54,9 @@ def serve(data_dir: Path, host: str | None, port: int | None) -> None:
 
     from faultlens.app import Services, create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     settings = _settings(data_dir, host=host, port=port)
     services = Services.open(settings)
     dsn = services.ensure_default_project()
@@ -81,7 +83,9 @@ def worker(data_dir: Path) -> None:
     """Process the inbox without serving HTTP (beside `serve` with no worker)."""
     from faultlens.app import Services
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     services = Services.open(_settings(data_dir))
     signal.signal(signal.SIGTERM, lambda *_: services.worker.stop())
     try:
@@ -117,9 +121,7 @@ def project_create(name: str, data_dir: Path, as_json: bool) -> None:
 def project_list(data_dir: Path, as_json: bool) -> None:
     """List projects."""
     store = SqliteStore(_ready(data_dir))
-    rows = [
-        {"id": p.id, "slug": p.slug, "name": p.name} for p in store.list_projects()
-    ]
+    rows = [{"id": p.id, "slug": p.slug, "name": p.name} for p in store.list_projects()]
     _out(rows, as_json, "\n".join(f"{r['id']} {r['slug']}" for r in rows))
 
 

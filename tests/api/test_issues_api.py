@@ -32,8 +32,14 @@ def capture(kind: str, n: int) -> None:
 def populated(live_server: LiveServer) -> Iterator[LiveServer]:
     """Three issues: 3 KeyErrors (2 users), 2 ValueErrors, 1 TimeoutError."""
     sentry_sdk.init(dsn=live_server.dsn, environment="production", release="r1")
-    plan = [("key", "u1", "north"), ("key", "u2", "north"), ("key", "u1", "south"),
-            ("value", "u3", "south"), ("value", "u3", "south"), ("timeout", None, "east")]
+    plan = [
+        ("key", "u1", "north"),
+        ("key", "u2", "north"),
+        ("key", "u1", "south"),
+        ("value", "u3", "south"),
+        ("value", "u3", "south"),
+        ("timeout", None, "east"),
+    ]
     for n, (kind, user, tenant) in enumerate(plan):
         with sentry_sdk.new_scope() as scope:
             scope.set_user({"id": user} if user else None)
@@ -67,14 +73,23 @@ def test_issues_group_and_count(populated: LiveServer) -> None:
     assert by_title["KeyError"]["count"] == 3
     assert by_title["KeyError"]["user_count"] == 2
     assert set(page["data"][0]) >= {
-        "id", "title", "culprit", "level", "status", "count", "user_count",
-        "first_seen", "last_seen",
+        "id",
+        "title",
+        "culprit",
+        "level",
+        "status",
+        "count",
+        "user_count",
+        "first_seen",
+        "last_seen",
     }
 
 
 def test_filters_by_tag_user_level_and_text(populated: LiveServer) -> None:
     assert titles(issues(populated, query="tenant:south", sort="count")) == [
-        "KeyError", "ValueError"]
+        "KeyError",
+        "ValueError",
+    ]
     assert titles(issues(populated, query="user:id:u3")) == ["ValueError"]
     assert titles(issues(populated, query="level:warning")) == ["TimeoutError"]
     assert titles(issues(populated, query="release:r1 lab")) == ["TimeoutError"]
@@ -96,8 +111,10 @@ def test_cursor_pages_through_every_issue_once(populated: LiveServer) -> None:
 def test_bulk_resolve_then_regression_reopens(populated: LiveServer) -> None:
     ids = [i["id"] for i in issues(populated)["data"]]
     with populated.api() as api:
-        r = api.patch(f"/api/v1/projects/{populated.project_id}/issues",
-                      json={"ids": ids, "status": "resolved"})
+        r = api.patch(
+            f"/api/v1/projects/{populated.project_id}/issues",
+            json={"ids": ids, "status": "resolved"},
+        )
         assert r.json()["updated"] == 3
     assert issues(populated, status="unresolved")["data"] == []
 
@@ -111,11 +128,15 @@ def test_merge_folds_counts_into_one_issue(populated: LiveServer) -> None:
     page = issues(populated, sort="count")
     ids = [i["id"] for i in page["data"][:2]]
     with populated.api() as api:
-        r = api.patch(f"/api/v1/projects/{populated.project_id}/issues",
-                      json={"ids": ids, "merge": True})
+        r = api.patch(
+            f"/api/v1/projects/{populated.project_id}/issues",
+            json={"ids": ids, "merge": True},
+        )
         target = r.json()["merged_into"]
         merged = api.get(f"/api/v1/issues/{target}").json()
-        events = api.get(f"/api/v1/issues/{target}/events", params={"limit": 100}).json()
+        events = api.get(
+            f"/api/v1/issues/{target}/events", params={"limit": 100}
+        ).json()
     assert merged["count"] == 5 and len(events["data"]) == 5
     assert merged["user_count"] == 3
     # New events of a merged-away group land in the merged issue.
@@ -128,8 +149,10 @@ def test_merge_folds_counts_into_one_issue(populated: LiveServer) -> None:
 def test_delete_removes_issue_and_events(populated: LiveServer) -> None:
     first = issues(populated, sort="count")["data"][0]
     with populated.api() as api:
-        r = api.delete(f"/api/v1/projects/{populated.project_id}/issues",
-                       params={"id": first["id"]})
+        r = api.delete(
+            f"/api/v1/projects/{populated.project_id}/issues",
+            params={"id": first["id"]},
+        )
         assert r.json() == {"deleted": 1}
         assert api.get(f"/api/v1/issues/{first['id']}").status_code == 404
 
@@ -140,7 +163,9 @@ def test_issue_detail_has_hourly_and_tag_counts(populated: LiveServer) -> None:
         detail = api.get(f"/api/v1/issues/{top['id']}").json()
     assert sum(h["count"] for h in detail["hourly"]) == 3
     assert {t["value"]: t["count"] for t in detail["tags"]["tenant"]} == {
-        "north": 2, "south": 1}
+        "north": 2,
+        "south": 1,
+    }
     assert detail["tags"]["environment"] == [{"value": "production", "count": 3}]
 
 
@@ -149,8 +174,10 @@ def test_api_needs_a_token_and_answers_problems(live_server: LiveServer) -> None
     assert r.status_code == 401
     assert r.headers["content-type"] == "application/problem+json"
     with live_server.api() as api:
-        bad = api.get(f"/api/v1/projects/{live_server.project_id}/issues",
-                      params={"sort": "nonsense"})
+        bad = api.get(
+            f"/api/v1/projects/{live_server.project_id}/issues",
+            params={"sort": "nonsense"},
+        )
         assert bad.status_code == 422
         assert bad.json()["status"] == 422
         assert api.get("/api/v1/issues/999999").status_code == 404

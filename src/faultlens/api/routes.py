@@ -225,7 +225,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         if isinstance(exc, RequestValidationError):
             status, title = 422, "Unprocessable Content"
             detail = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
             )
         elif isinstance(exc, ValueError):
             status, title, detail = 409, "Conflict", str(exc)
@@ -234,8 +235,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             status, detail = exc.status_code, str(exc.detail)
             title = getattr(exc, "title", None) or _TITLES.get(status, "Error")
         return JSONResponse(
-            {"type": "about:blank", "title": title, "status": status, "detail": detail,
-             "instance": request.url.path},
+            {
+                "type": "about:blank",
+                "title": title,
+                "status": status,
+                "detail": detail,
+                "instance": request.url.path,
+            },
             status,
             media_type="application/problem+json",
         )
@@ -245,7 +251,12 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValueError, problem)
 
 
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+}
 
 
 def _project(store: SqliteStore, project_id: int) -> None:
@@ -288,4 +299,6 @@ def _decode_cursor(cursor: str | None) -> tuple[float, int] | None:
         value, row_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         return float(value), int(row_id)
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise Problem(400, "Bad Request", "cursor is not one this API gave out") from exc
+        raise Problem(
+            400, "Bad Request", "cursor is not one this API gave out"
+        ) from exc

@@ -61,7 +61,9 @@ class TokenBuckets:
 class IngestRateLimiter:
     """Applies the configured key and project limits to one envelope."""
 
-    def __init__(self, settings: RateLimits, buckets: TokenBuckets | None = None) -> None:
+    def __init__(
+        self, settings: RateLimits, buckets: TokenBuckets | None = None
+    ) -> None:
         self._settings = settings
         self._buckets = buckets or TokenBuckets()
 

@@ -51,15 +51,24 @@ _CORS_HEADERS = {
         " content-type, authentication, authorization, content-encoding,"
         " transfer-encoding"
     ),
-    "Access-Control-Expose-Headers": "x-sentry-error, x-sentry-rate-limits, retry-after",
+    "Access-Control-Expose-Headers": (
+        "x-sentry-error, x-sentry-rate-limits, retry-after"
+    ),
     "Access-Control-Max-Age": "3600",
 }
 
 #: Item types whose JSON is checked at the door, so that a malformed one is refused
 #: with a 400 instead of failing later.
 _JSON_ITEMS = frozenset(
-    {"event", "feedback", "user_report", "replay_event", "session", "sessions",
-     "client_report"}
+    {
+        "event",
+        "feedback",
+        "user_report",
+        "replay_event",
+        "session",
+        "sessions",
+        "client_report",
+    }
 )
 
 
@@ -86,7 +95,10 @@ class IngestService:
     def routes(self) -> list[Route]:
         routes = []
         for name, handler in (("envelope", self.envelope), ("store", self.store)):
-            for path in (f"/api/{{project_id:int}}/{name}/", f"/api/{{project_id:int}}/{name}"):
+            for path in (
+                f"/api/{{project_id:int}}/{name}/",
+                f"/api/{{project_id:int}}/{name}",
+            ):
                 routes.append(Route(path, _cors(handler), methods=["POST", "OPTIONS"]))
         return routes
 
@@ -126,7 +138,9 @@ class IngestService:
         project_id: int = request.path_params["project_id"]
         auth = parse_auth(request.headers, request.query_params)
         if auth is None:
-            raise Unauthorized("missing authorization: send X-Sentry-Auth or sentry_key")
+            raise Unauthorized(
+                "missing authorization: send X-Sentry-Auth or sentry_key"
+            )
         key = self._authorize(auth.public_key, project_id, request)
 
         body = await self._read_body(request)
@@ -152,7 +166,9 @@ class IngestService:
 
     # -- checks ----------------------------------------------------------------------
 
-    def _authorize(self, public_key: str, project_id: int, request: Request) -> ProjectKey:
+    def _authorize(
+        self, public_key: str, project_id: int, request: Request
+    ) -> ProjectKey:
         key = self.lookup_key(public_key)
         # One message for every failure, so a caller cannot tell a wrong project from
         # a wrong or revoked key.
@@ -208,7 +224,9 @@ class IngestService:
         if peer is None or not self.settings.trusted_proxies:
             return peer
         return client_ip_behind_proxies(
-            peer, request.headers.get("x-forwarded-for", ""), self.settings.trusted_proxies
+            peer,
+            request.headers.get("x-forwarded-for", ""),
+            self.settings.trusted_proxies,
         )
 
     # -- outcomes of refusals --------------------------------------------------------
@@ -219,7 +237,9 @@ class IngestService:
         self.inbox.record_outcomes([Outcome(project_id, category, outcome, exc.reason)])
 
 
-def client_ip_behind_proxies(peer: str, forwarded: str, trusted: tuple[str, ...]) -> str:
+def client_ip_behind_proxies(
+    peer: str, forwarded: str, trusted: tuple[str, ...]
+) -> str:
     """The first address, from the right, that is not one of our trusted proxies."""
     networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
 

@@ -13,7 +13,9 @@ from faultlens.storage.sqlite.inbox import SqliteInbox
 from faultlens.storage.sqlite.store import SqliteStore
 
 
-def health_routes(store: SqliteStore, inbox: SqliteInbox, settings: Settings) -> list[Route]:
+def health_routes(
+    store: SqliteStore, inbox: SqliteInbox, settings: Settings
+) -> list[Route]:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -32,8 +34,11 @@ def health_routes(store: SqliteStore, inbox: SqliteInbox, settings: Settings) ->
             problems.append(f"inbox lag {lag} is over {settings.max_inbox_lag}")
         status = 503 if problems else 200
         return JSONResponse(
-            {"status": "ready" if not problems else "not ready", "inbox_lag": lag,
-             "problems": problems},
+            {
+                "status": "ready" if not problems else "not ready",
+                "inbox_lag": lag,
+                "problems": problems,
+            },
             status,
         )
 

@@ -83,7 +83,9 @@ def process_entry(
     outcomes: list[Outcome] = []
     recordings = [i for i in envelope.items if i.type == "replay_recording"]
     for item in envelope.items:
-        outcome = _add_item(item, envelope, event_id, recordings, entry, project, ctx, batch)
+        outcome = _add_item(
+            item, envelope, event_id, recordings, entry, project, ctx, batch
+        )
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes
@@ -191,7 +193,12 @@ def _add_replay(
         return Outcome(pid, "replay", "invalid", "replay_incomplete")
     batch.replays.append(
         ReplaySegment(
-            pid, replay_id.lower(), segment, entry.received_at, event, recordings[0].payload
+            pid,
+            replay_id.lower(),
+            segment,
+            entry.received_at,
+            event,
+            recordings[0].payload,
         )
     )
     return Outcome(pid, "replay", "accepted", "")
@@ -222,8 +229,16 @@ def _count_client_report(item: Item, pid: int, ctx: Context, batch: Batch) -> Ou
     for d in data.get("discarded_events") or []:
         if not isinstance(d, dict):
             continue
-        reason, category, quantity = d.get("reason"), d.get("category"), d.get("quantity")
-        if isinstance(reason, str) and isinstance(category, str) and isinstance(quantity, int):
+        reason, category, quantity = (
+            d.get("reason"),
+            d.get("category"),
+            d.get("quantity"),
+        )
+        if (
+            isinstance(reason, str)
+            and isinstance(category, str)
+            and isinstance(quantity, int)
+        ):
             key = f"client_discard.{category[:32]}.{reason[:32]}"
             batch.counters[(pid, key)] += max(quantity, 0)
     return Outcome(pid, "internal", "accepted", "client_report")
