@@ -74,6 +74,9 @@ def serve(data_dir: Path, host: str | None, port: int | None) -> None:
         access_log=False,
         loop="uvloop",
         http="httptools",
+        # Faultlens decides itself whom to believe (FAULTLENS_TRUSTED_PROXIES);
+        # uvicorn would otherwise trust X-Forwarded-For from loopback.
+        proxy_headers=False,
     )
 
 

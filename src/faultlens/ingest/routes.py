@@ -300,7 +300,8 @@ def _cors(handler: Handler) -> Handler:
 
 
 def _refusal(exc: IngestError) -> Response:
-    headers = {"X-Sentry-Error": exc.detail[:200]}
+    # Header values must be ASCII; the body keeps the detail whole.
+    headers = {"X-Sentry-Error": exc.detail[:200].encode("ascii", "replace").decode()}
     if isinstance(exc, RateLimitedError):
         headers["Retry-After"] = str(exc.limited.retry_after)
         headers["X-Sentry-Rate-Limits"] = exc.limited.header()
