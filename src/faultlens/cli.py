@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -90,6 +91,9 @@ def worker(data_dir: Path) -> None:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     services = Services.open(_settings(data_dir))
+    supervisor = os.environ.get("FAULTLENS_SUPERVISOR_PID")
+    if supervisor and supervisor.isdigit():
+        services.worker.parent_pid = int(supervisor)
     signal.signal(signal.SIGTERM, lambda *_: services.worker.stop())
     try:
         services.worker.run()

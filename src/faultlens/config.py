@@ -94,9 +94,11 @@ class Settings:
     worker_batch_size: int = 256
     #: ``/readyz`` reports not ready when this many accepted envelopes wait.
     max_inbox_lag: int = 100_000
-    #: Run the processing worker inside ``faultlens serve``. Turn off when separate
-    #: ``faultlens worker`` processes do the work.
-    embedded_worker: bool = True
+    #: Where ``faultlens serve`` runs the processing worker: ``process`` (a child
+    #: process it starts, watches and stops, so that processing and accepting do not
+    #: take turns on one interpreter lock), ``thread`` (inside the server process),
+    #: or ``off`` (separate ``faultlens worker`` processes do the work).
+    worker_mode: str = "process"
 
     @property
     def base_url(self) -> str:

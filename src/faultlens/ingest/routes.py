@@ -28,8 +28,8 @@ from faultlens.ingest.auth import Auth, parse_auth, parse_dsn
 from faultlens.ingest.decompress import decompress
 from faultlens.ingest.envelope import (
     Envelope,
+    check_json_payload,
     parse_envelope,
-    parse_json_payload,
     parse_store_body,
 )
 from faultlens.ingest.errors import (
@@ -198,10 +198,9 @@ class IngestService:
         return self._authorize(parsed.public_key, project_id, request)
 
     def _check_items(self, envelope: Envelope) -> None:
-        limits = self.settings.limits
         for item in envelope.items:
             if item.type in _JSON_ITEMS:
-                parse_json_payload(item.payload, limits, item.type)
+                check_json_payload(item.payload, item.type)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.limits.max_body_size

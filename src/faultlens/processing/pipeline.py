@@ -21,6 +21,7 @@ from faultlens.ingest.envelope import (
     parse_json_payload,
     parse_store_body,
 )
+from faultlens.ingest.errors import IngestError
 from faultlens.processing.grouping import compute_hash
 from faultlens.processing.normalize import (
     event_culprit,
@@ -83,9 +84,14 @@ def process_entry(
     outcomes: list[Outcome] = []
     recordings = [i for i in envelope.items if i.type == "replay_recording"]
     for item in envelope.items:
-        outcome = _add_item(
-            item, envelope, event_id, recordings, entry, project, ctx, batch
-        )
+        try:
+            outcome = _add_item(
+                item, envelope, event_id, recordings, entry, project, ctx, batch
+            )
+        except IngestError as exc:
+            # The door checked framing and JSON; what only processing finds wrong
+            # (a payload nested too deeply, say) drops that item alone, counted.
+            outcome = Outcome(project.id, item.category, "invalid", exc.reason)
         if outcome is not None:
             outcomes.append(outcome)
     return outcomes

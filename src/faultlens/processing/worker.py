@@ -21,10 +21,14 @@ Who writes what
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
 
 from faultlens.ingest.errors import IngestError
 from faultlens.processing.pipeline import Context, process_entry
@@ -48,7 +52,11 @@ class Worker:
     batch_size: int = 256
     #: How long to wait for new entries before looking again; entries committed by
     #: another process are only seen by looking.
-    poll_interval: float = 0.5
+    poll_interval: float = 0.05
+    #: Held while running, so that two workers never share one embedded inbox.
+    lock_path: Path | None = None
+    #: Stop when this process is no longer our parent (a supervising server died).
+    parent_pid: int | None = None
     listeners: list[Listener] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -66,8 +74,9 @@ class Worker:
             self._thread.join(timeout=30)
 
     def run(self) -> None:
+        lock = self._lock()
         position = self.store.position()
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._parent_alive():
             try:
                 position = self.run_once(position)
             except Exception:
@@ -75,6 +84,19 @@ class Worker:
                 # same entries are tried again after a pause.
                 log.exception("processing batch failed; retrying")
                 self._stop.wait(1.0)
+        if lock is not None:
+            lock.close()
+
+    def _parent_alive(self) -> bool:
+        return self.parent_pid is None or os.getppid() == self.parent_pid
+
+    def _lock(self) -> IO[str] | None:
+        if self.lock_path is None:
+            return None
+        handle = open(self.lock_path, "a")  # noqa: SIM115 - held for the whole run
+        # Waits while another worker runs; it may be one shutting down.
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
 
     def run_once(self, position: int) -> int:
         """Process one batch after ``position``; return the new position."""
