@@ -211,24 +211,37 @@ def transports() -> Iterator[Callable[..., OfflineTransport]]:
 
 # -- offline, across processes -----------------------------------------------------
 
+# The app process: a Starlette app behind the middleware, set up by
+# faultlens_sdk.init as a service would be; its routes fail, each with its own error.
 CHILD = """
-import sys, time
-import sentry_sdk
-from faultlens_sdk.transport import OfflineTransport
+import asyncio, sys
+import httpx, sentry_sdk
+from starlette.applications import Starlette
+from starlette.routing import Route
+import faultlens_sdk
 
 mode, dsn, queue_dir = sys.argv[1:4]
-sentry_sdk.init(
-    dsn=dsn,
-    transport=OfflineTransport(dsn, queue_dir=queue_dir),
-    release="offline-test",
+faultlens_sdk.init(
+    dsn=dsn, queue_dir=queue_dir, release="offline-test", rate_limit=None,
     shutdown_timeout=2,
 )
+
+async def failing(request):
+    raise ValueError(f"offline failure {request.path_params['n']}")
+
+app = Starlette(routes=[Route("/visits/{n}", failing)])
+app.add_middleware(faultlens_sdk.FaultlensMiddleware)
+
+async def main():
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        for n in range(200):
+            r = await client.get(f"/visits/{n}")
+            assert r.status_code == 500, r.text
+            print(r.json()["event_id"], flush=True)
+
 if mode == "capture":
-    for i in range(200):
-        try:
-            raise ValueError(f"offline failure {i}")
-        except ValueError:
-            print(sentry_sdk.capture_exception(), flush=True)
+    asyncio.run(main())
 else:
     sentry_sdk.flush(30)
 """
