@@ -9,9 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import LiveServer, make_server, samples_dir
+from tests.captures import capture_handled_exception
+from tests.conftest import LiveServer, make_server
 
-TEMPLATE = (samples_dir() / "py-01-handled-exception.envelope").read_bytes()
+TEMPLATE = capture_handled_exception()
 TEMPLATE_ID = TEMPLATE.split(b'"event_id":"', 1)[1][:32]
 
 
