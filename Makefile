@@ -12,6 +12,7 @@ run: install
 	$(UV) run faultlens serve
 
 test: install
+	tests/e2e/setup.sh
 	$(UV) run pytest -q
 	cd sdk/python && $(UV) run pytest -q
 

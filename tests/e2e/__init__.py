@@ -1,0 +1,1 @@
+"""End-to-end tests: the official browser SDK in headless Chromium, live server."""
