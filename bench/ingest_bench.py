@@ -38,6 +38,7 @@ import psutil  # type: ignore[import-untyped]
 import sentry_sdk
 
 from envelopes import GzipTemplate, capture_templates, verify
+from floor import Floor, StepCosts, measure_steps, usable_cores
 from loadgen import LoadResult, LoadSpec, Target, run_in_process
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -531,6 +532,7 @@ def render(
     machine: Machine,
     templates: Sequence[GzipTemplate],
     targets: Targets,
+    steps: StepCosts,
     command: str,
     started: dt.datetime,
 ) -> str:
@@ -553,7 +555,8 @@ def render(
     ]
     lines += [_summary_row(level, targets) for level in levels]
     lines += _contention_lines(levels)
-    lines += ["", *_target_lines(levels, targets), "", *_detail_lines(levels)]
+    lines += ["", *_target_lines(levels, targets)]
+    lines += ["", *_floor_lines(levels, targets, steps), "", *_detail_lines(levels)]
     return "\n".join(lines) + "\n"
 
 
@@ -654,6 +657,50 @@ def _target_lines(levels: Sequence[Level], targets: Targets) -> list[str]:
     for name, value, met in _checks(checked[0], targets):
         lines.append(f"- {'PASS' if met else 'FAIL'}: {name} (measured {value})")
     return lines
+
+
+def _floor_lines(
+    levels: Sequence[Level], targets: Targets, steps: StepCosts
+) -> list[str]:
+    """The CPU the targets need at least, next to the cores there are."""
+    level = next((lv for lv in levels if lv.concurrency == targets.concurrency), None)
+    if level is None or level.minimal.load.accepted == 0:
+        return []
+    minimal = level.minimal
+    rate = minimal.load.accepted_per_second
+    floor = Floor(
+        steps=steps,
+        generator=minimal.load.cpu_seconds / minimal.load.accepted * 1e6,
+        http=minimal.cpu_seconds / minimal.load.accepted * 1e6,
+        accepted_per_second=rate * targets.accepted_ratio,
+        processed_per_second=rate * targets.processed_ratio,
+        cores=usable_cores(),
+    )
+    verdict = "within reach" if floor.reachable() else "**out of reach**"
+    per_step = [
+        ("generator, per request (minimal run)", floor.generator),
+        ("HTTP handling, per request (the minimal app's CPU)", floor.http),
+        ("inflate the gzip body", steps.inflate),
+        ("read the envelope and item headers", steps.frame),
+        ("parse the event JSON (once, for both sides)", steps.parse_event),
+        ("durable inbox insert, 32 a transaction", steps.inbox_insert),
+        ("serialise the event", steps.serialise_event),
+        ("zstd-compress the event", steps.compress_event),
+        ("event store insert, 32 a transaction", steps.store_insert),
+    ]
+    return [
+        f"Floor at {targets.concurrency} clients (bench/floor.py): the least CPU "
+        "any Python server spends at the target rates, counting only the steps "
+        "no design can skip, each timed in this run on the same envelopes. "
+        f"Accepting {floor.accepted_per_second:,.0f} and processing "
+        f"{floor.processed_per_second:,.0f} events/s needs at least "
+        f"{floor.cores_needed():.2f} cores; this machine has {floor.cores}: "
+        f"the targets are {verdict} here.",
+        "",
+        "| step | CPU µs |",
+        "|---|---:|",
+        *(f"| {name} | {micros:.1f} |" for name, micros in per_step),
+    ]
 
 
 def _detail_lines(levels: Sequence[Level]) -> list[str]:
@@ -825,6 +872,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         grace=args.grace,
         quiet_wait=args.quiet_wait,
     )
+    print("timing the steps every server must take ...", file=sys.stderr)
+    steps = measure_steps(plan.templates)
     levels = []
     try:
         for concurrency in levels_wanted:
@@ -850,7 +899,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     command = " ".join(["python bench/ingest_bench.py", *arguments])
     machine = describe_machine(plan.work_dir.parent)
-    report = render(levels, machine, plan.templates, targets, command, started)
+    report = render(levels, machine, plan.templates, targets, steps, command, started)
     print(report)
     output = args.output or RESULTS_DIR / f"ingest-{started:%Y-%m-%d-%H%M}.md"
     output.parent.mkdir(parents=True, exist_ok=True)
