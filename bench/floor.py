@@ -112,10 +112,22 @@ def measure_steps(templates: Sequence[GzipTemplate]) -> StepCosts:
         )
 
 
-def _item_headers(envelope: bytes) -> list[object]:
+def _item_headers(envelope: bytes) -> list[dict[str, object]]:
     # The envelope header and each item's: the least a door reads to check sizes.
-    lines = envelope.split(b"\n")
-    return [orjson.loads(line) for line in lines[0:1] + lines[1::2]]
+    end = envelope.find(b"\n")
+    headers = [orjson.loads(envelope[:end])]
+    while end + 1 < len(envelope):
+        start, end = end + 1, envelope.find(b"\n", end + 1)
+        end = len(envelope) if end < 0 else end
+        header = orjson.loads(envelope[start:end])
+        headers.append(header)
+        length = header.get("length")
+        if isinstance(length, int):
+            end = end + 1 + length
+        else:
+            found = envelope.find(b"\n", end + 1)
+            end = len(envelope) if found < 0 else found
+    return headers
 
 
 def _event_payload(envelope: bytes) -> bytes:
