@@ -47,7 +47,9 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = SqliteStore(settings.data_dir)
         inbox = SqliteInbox(
-            settings.data_dir / "inbox.db", batch_size=settings.inbox_batch_size
+            settings.data_dir / "inbox.db",
+            batch_size=settings.inbox_batch_size,
+            max_size=settings.max_inbox_size,
         )
         context = Context(
             limits=settings.limits,

@@ -94,6 +94,12 @@ class Settings:
     worker_batch_size: int = 256
     #: ``/readyz`` reports not ready when this many accepted envelopes wait.
     max_inbox_lag: int = 100_000
+    #: The inbox database may grow to this many bytes (0: no cap). Past it, envelopes
+    #: are answered 503 with ``Retry-After`` until processing frees room, so a
+    #: backlog that processing cannot keep up with takes this much disk and no more.
+    max_inbox_size: int = 2048 * MiB
+    #: ``Retry-After`` in seconds on a 503 from a full or failing inbox.
+    inbox_retry_after: int = 30
     #: Where ``faultlens serve`` runs the processing worker: ``process`` (a child
     #: process it starts, watches and stops, so that processing and accepting do not
     #: take turns on one interpreter lock), ``thread`` (inside the server process),

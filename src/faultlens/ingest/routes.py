@@ -5,7 +5,9 @@ headers, the key, the origin, rate limits; then the body is read under its cap,
 decompressed under the envelope cap, parsed, and every item checked. Only a request
 that passes all of it is appended to the inbox, and the answer waits for that append
 to be durable. Refusals are :class:`~faultlens.ingest.errors.IngestError`, turned into
-responses in :func:`_refusal` and counted as outcomes.
+responses in :func:`_refusal` and counted as outcomes. An inbox that cannot take the
+envelope (full, or failing) is a 503 with ``Retry-After``: the fault is the server's,
+and the client keeps the envelope to send again.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ from faultlens.ingest.errors import (
     Unauthorized,
 )
 from faultlens.ingest.ratelimit import IngestRateLimiter, Limited
-from faultlens.storage.ports import Inbox, InboxEntry, Outcome, ProjectKey
+from faultlens.storage.ports import (
+    Inbox,
+    InboxEntry,
+    InboxUnavailable,
+    Outcome,
+    ProjectKey,
+)
 
 log = logging.getLogger("faultlens.ingest")
 
@@ -235,6 +243,10 @@ class IngestService:
         outcome = "rate_limited" if isinstance(exc, RateLimitedError) else "invalid"
         self.inbox.record_outcomes([Outcome(project_id, category, outcome, exc.reason)])
 
+    def count_unavailable(self, project_id: int, exc: InboxUnavailable) -> None:
+        reason = "inbox_full" if exc.full else "inbox_error"
+        self.inbox.record_outcomes([Outcome(project_id, "default", "internal", reason)])
+
 
 def client_ip_behind_proxies(
     peer: str, forwarded: str, trusted: tuple[str, ...]
@@ -288,6 +300,9 @@ def _cors(handler: Handler) -> Handler:
             except IngestError as exc:
                 service.count_refusal(request.path_params["project_id"], exc)
                 response = _refusal(exc)
+            except InboxUnavailable as exc:
+                service.count_unavailable(request.path_params["project_id"], exc)
+                response = _unavailable(exc, service.settings.inbox_retry_after)
         origin = request.headers.get("origin")
         response.headers.update(_CORS_HEADERS)
         response.headers["Access-Control-Allow-Origin"] = origin or "*"
@@ -305,3 +320,8 @@ def _refusal(exc: IngestError) -> Response:
         headers["Retry-After"] = str(exc.limited.retry_after)
         headers["X-Sentry-Rate-Limits"] = exc.limited.header()
     return _json({"detail": exc.detail}, exc.status, **headers)
+
+
+def _unavailable(exc: InboxUnavailable, retry_after: int) -> Response:
+    headers = {"Retry-After": str(retry_after), "X-Sentry-Error": exc.detail}
+    return _json({"detail": exc.detail}, 503, **headers)

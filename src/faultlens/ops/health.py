@@ -32,6 +32,11 @@ def health_routes(
         lag = max(0, inbox.last_id() - store.position()) if writable else None
         if lag is not None and lag > settings.max_inbox_lag:
             problems.append(f"inbox lag {lag} is over {settings.max_inbox_lag}")
+        if inbox.full:
+            problems.append(
+                f"the inbox is full ({settings.max_inbox_size} bytes, max_inbox_size);"
+                " envelopes are refused until processing frees room"
+            )
         status = 503 if problems else 200
         return JSONResponse(
             {

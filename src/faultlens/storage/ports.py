@@ -199,10 +199,24 @@ class Issue:
         }
 
 
+class InboxUnavailable(Exception):
+    """The inbox could not store an envelope: it is full, or its storage failed.
+
+    Nothing of the envelope was kept, so the client must send it again later.
+    """
+
+    def __init__(self, detail: str, *, full: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.full = full
+
+
 class Inbox(Protocol):
     """Accepted envelopes, durable before the client is answered; see the adapter."""
 
-    async def append(self, entry: InboxEntry) -> int: ...
+    async def append(self, entry: InboxEntry) -> int:
+        """Store ``entry`` durably and return its id; or raise InboxUnavailable."""
+        ...
 
     def read_after(self, position: int, limit: int) -> Sequence[InboxEntry]: ...
 

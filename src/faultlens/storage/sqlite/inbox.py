@@ -19,6 +19,13 @@ Order and delivery
     once. Processed entries are deleted later by :meth:`trim`, which only ever removes
     ids at or below the worker's committed position.
 
+Room
+    With ``max_size``, the database file grows to at most that many bytes. An append
+    that would pass it fails whole with :class:`InboxUnavailable` (``full``), as
+    does any append whose transaction fails; the caller answers 503 and the client
+    sends the envelope again later. Deletes never need room, so trimming runs in a
+    transaction of its own and a full inbox drains as processing catches up.
+
 Outcomes (counts of accepted and dropped items) are kept here too, in their own table,
 written by the same thread; they are statistics, so a crash may lose the last second
 of counts but never an event.
@@ -38,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from faultlens.storage.ports import InboxEntry, Outcome
+from faultlens.storage.ports import InboxEntry, InboxUnavailable, Outcome
 from faultlens.storage.sqlite.db import connect
 
 log = logging.getLogger("faultlens.storage.inbox")
@@ -99,16 +106,14 @@ class _Pending:
     trim_upto: int = 0
 
 
-class InboxClosed(RuntimeError):
-    """The inbox was closed while an append waited."""
-
-
 class SqliteInbox:
     """The embedded inbox; see the module docstring for its guarantee."""
 
-    def __init__(self, path: Path, *, batch_size: int = 512) -> None:
+    def __init__(self, path: Path, *, batch_size: int = 512, max_size: int = 0) -> None:
         self._path = path
         self._batch_size = batch_size
+        self._max_size = max_size
+        self._full = False
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._outcomes: Counter[tuple[int, str, str, str]] = Counter()
         self._outcomes_lock = threading.Lock()
@@ -130,7 +135,7 @@ class SqliteInbox:
     # -- the request side ------------------------------------------------------------
 
     async def append(self, entry: InboxEntry) -> int:
-        """Store ``entry`` durably and return its id."""
+        """Store ``entry`` durably and return its id; or raise InboxUnavailable."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         self._queue.put(_Append(entry, loop, future))
@@ -172,6 +177,11 @@ class SqliteInbox:
 
     def last_id(self) -> int:
         return self._last_committed
+
+    @property
+    def full(self) -> bool:
+        """Whether the last append found no room (see ``max_size``)."""
+        return self._full
 
     def wait_for_entries_after(self, position: int, timeout: float) -> bool:
         """Block until an entry past ``position`` is committed, or ``timeout``."""
@@ -215,6 +225,10 @@ class SqliteInbox:
 
     def _run(self) -> None:
         conn = connect(self._path)
+        if self._max_size > 0:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = max(1, self._max_size // page_size)
+            conn.execute(f"PRAGMA max_page_count = {pages}")
         closing = False
         while not closing:
             first = self._queue.get()
@@ -222,15 +236,45 @@ class SqliteInbox:
             try:
                 self._write(conn, pending)
             except sqlite3.Error as exc:
-                log.error("inbox write failed: %s", exc)
+                refusal = self._refusal(exc)
                 for a in pending.appends:
-                    a.loop.call_soon_threadsafe(_fail, a.future, exc)
+                    a.loop.call_soon_threadsafe(_fail, a.future, refusal)
+                for f in pending.flushes:
+                    f.done.set()
                 continue
+            self._note_room()
             for a in pending.appends:
                 a.loop.call_soon_threadsafe(_resolve, a.future, a.entry.id)
             for f in pending.flushes:
                 f.done.set()
         conn.close()
+
+    def _refusal(self, exc: sqlite3.Error) -> InboxUnavailable:
+        """The storage failure as callers see it; logged once per spell of full."""
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            if not self._full:
+                log.warning(
+                    "inbox is full (%d bytes); refusing envelopes until processing"
+                    " frees room",
+                    self._max_size,
+                )
+            self._full = True
+            refusal = InboxUnavailable(
+                "the server's inbox is full; send the envelope again later",
+                full=True,
+            )
+        else:
+            log.error("inbox write failed: %s", exc)
+            refusal = InboxUnavailable(
+                "the server could not store the envelope; send it again later"
+            )
+        refusal.__cause__ = exc
+        return refusal
+
+    def _note_room(self) -> None:
+        if self._full:
+            log.warning("inbox has room again; accepting envelopes")
+        self._full = False
 
     def _drain(self, first: _Request) -> tuple[_Pending, bool]:
         pending = _Pending()
@@ -252,12 +296,34 @@ class SqliteInbox:
                 return pending, False
 
     def _write(self, conn: sqlite3.Connection, pending: _Pending) -> None:
+        if pending.trim_upto > 0:
+            # On its own: a delete needs no room, so a full inbox still drains.
+            with conn:
+                conn.execute("DELETE FROM inbox WHERE id <= ?", (pending.trim_upto,))
+
         with self._outcomes_lock:
             outcomes, self._outcomes = self._outcomes, Counter()
-        hour = int(time.time() // 3600)
+        try:
+            self._append_all(conn, pending.appends, outcomes)
+        except sqlite3.Error:
+            with self._outcomes_lock:
+                self._outcomes.update(outcomes)  # counted with a later batch
+            raise
 
+        if pending.appends:
+            with self._committed:
+                self._last_committed = pending.appends[-1].entry.id
+                self._committed.notify_all()
+
+    def _append_all(
+        self,
+        conn: sqlite3.Connection,
+        appends: list[_Append],
+        outcomes: Counter[tuple[int, str, str, str]],
+    ) -> None:
+        hour = int(time.time() // 3600)
         with conn:
-            for a in pending.appends:
+            for a in appends:
                 e = a.entry
                 cur = conn.execute(
                     _INSERT,
@@ -274,18 +340,11 @@ class SqliteInbox:
                 )
                 # The entry is frozen for callers; its id is known only now.
                 object.__setattr__(e, "id", cur.lastrowid)
-            if pending.trim_upto > 0:
-                conn.execute("DELETE FROM inbox WHERE id <= ?", (pending.trim_upto,))
             conn.executemany(
                 "INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
                 " SET quantity = quantity + excluded.quantity",
                 [(p, hour, c, o, r, q) for (p, c, o, r), q in outcomes.items()],
             )
-
-        if pending.appends:
-            with self._committed:
-                self._last_committed = pending.appends[-1].entry.id
-                self._committed.notify_all()
 
 
 def _resolve(future: asyncio.Future[int], value: int) -> None:
