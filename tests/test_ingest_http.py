@@ -106,3 +106,30 @@ def test_same_event_sent_twice_is_stored_once(live_server: LiveServer) -> None:
     with live_server.api() as api:
         issues = api.get(f"/api/v1/projects/{live_server.project_id}/issues").json()
     assert issues["data"][0]["count"] == 1
+
+
+def test_origin_allow_list_refuses_other_sites_but_not_servers(
+    tmp_path: Path,
+) -> None:
+    server = make_server(tmp_path, FAULTLENS_ALLOWED_ORIGINS="https://portal.example")
+    try:
+
+        def post(origin: str | None) -> httpx.Response:
+            _, body = message_envelope({"message": "from a page"})
+            return httpx.post(
+                f"{server.url}/api/{server.project_id}/envelope/",
+                content=body,
+                params={"sentry_key": server.public_key},
+                headers={"Origin": origin} if origin else {},
+            )
+
+        assert post("https://portal.example").status_code == 200
+        # An SDK in a server sends no Origin at all; the list is about browsers.
+        assert post(None).status_code == 200
+        refused = post("https://elsewhere.example")
+        assert refused.status_code == 403
+        # The refusal reads as a bad DSN, the same as for a wrong key.
+        assert refused.json() == {"detail": "the DSN is not valid for this project"}
+        assert server.wait_processed(2)["events_stored"] == 2
+    finally:
+        server.stop()
