@@ -20,10 +20,11 @@ Order and delivery
     ids at or below the worker's committed position.
 
 Room
-    With ``max_size``, the database file grows to at most that many bytes. An append
-    that would pass it fails whole with :class:`InboxUnavailable` (``full``), as
-    does any append whose transaction fails; the caller answers 503 and the client
-    sends the envelope again later. Deletes never need room, so trimming runs in a
+    With ``max_size``, the database file grows to at most that many bytes. A batch
+    that would pass it is rolled back, and each of its appends raises
+    :class:`InboxUnavailable` (``full``), as when a transaction fails for any other
+    reason: nothing of them is kept, the caller answers 503 and the client sends
+    the envelope again later. Deletes never need room, so trimming runs in a
     transaction of its own and a full inbox drains as processing catches up.
 
 Outcomes (counts of accepted and dropped items) are kept here too, in their own table,
