@@ -1,10 +1,11 @@
-"""A headless Chromium with the official Sentry browser SDK, and a page to run it in.
+"""A headless Chromium with the official Sentry browser SDKs, and pages to run them in.
 
-The SDK bundle is built from the locked npm packages in ``browser/`` by
-``make test`` (``npm ci && npm run build`` there). Chromium is the system's
-(``/usr/bin/chromium``, or ``FAULTLENS_CHROMIUM``), driven by Playwright; no browser
-is downloaded. The page is served from its own loopback port, so every request the
-SDK makes to Faultlens is cross-origin and the browser enforces CORS on it.
+``@sentry/browser`` and ``@sentry/react`` (with React) are bundled from the locked
+npm packages in ``browser/`` by ``make test`` (``tests/e2e/setup.sh``). Chromium is
+the system's (``/usr/bin/chromium``, or ``FAULTLENS_CHROMIUM``), driven by
+Playwright; no browser is downloaded. The pages are served from their own loopback
+port, so every request the SDK makes to Faultlens is cross-origin and the browser
+enforces CORS on it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from tests.conftest import free_port
 
-BUNDLE = Path(__file__).parent / "browser" / "dist" / "sentry.js"
+BUNDLES = Path(__file__).parent / "browser" / "dist"
 CHROMIUM = os.environ.get("FAULTLENS_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling out to Google's
 # hosts, which a closed network refuses; --no-sandbox because tests may run as root.
@@ -41,14 +42,25 @@ PAGE = """<!doctype html>
 <button id="book">Book</button>
 </body></html>
 """
+REACT_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Clinic portal</title>
+<script src="/sentry-react.js"></script></head>
+<body><div id="app"></div></body></html>
+"""
+PAGES = {"/": PAGE, "/react": REACT_PAGE}
+SCRIPTS = ("sentry.js", "sentry-react.js")
 
 
 class _PageHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        if self.path == "/sentry.js":
-            body, kind = BUNDLE.read_bytes(), "text/javascript"
+        name = self.path.lstrip("/")
+        if self.path in PAGES:
+            body, kind = PAGES[self.path].encode(), "text/html; charset=utf-8"
+        elif name in SCRIPTS:
+            body, kind = (BUNDLES / name).read_bytes(), "text/javascript"
         else:
-            body, kind = PAGE.encode(), "text/html; charset=utf-8"
+            self.send_error(404)
+            return
         self.send_response(200)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
@@ -62,10 +74,11 @@ class _PageHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="session")
 def page_origin() -> Iterator[str]:
     """An origin on loopback serving the test page and the SDK bundle."""
-    if not BUNDLE.is_file():
+    missing = [name for name in SCRIPTS if not (BUNDLES / name).is_file()]
+    if missing:
         pytest.fail(
-            f"the browser SDK bundle is missing at {BUNDLE}; build it with "
-            "`make test`, or `npm ci && npm run build` in tests/e2e/browser"
+            f"the SDK bundles {missing} are missing in {BUNDLES}; build them with "
+            "`make test`, or by running tests/e2e/setup.sh"
         )
     port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _PageHandler)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the end-to-end tests need: Debian's Chromium (never a downloaded browser),
-# Node.js with npm, and the official Sentry browser SDK bundled from the lock file.
+# Node.js with npm, and the official Sentry browser and React SDKs bundled from the
+# lock file.
 # Installs the system packages with apt-get when run as root on Debian; otherwise
 # says what to install.
 set -euo pipefail
@@ -21,8 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-bundle=browser/dist/sentry.js
-if [ ! -f "$bundle" ] || [ browser/package-lock.json -nt "$bundle" ] \
-  || [ browser/entry.js -nt "$bundle" ]; then
+stale=0
+for bundle in browser/dist/sentry.js browser/dist/sentry-react.js; do
+  for source in browser/package-lock.json browser/entry.js browser/react-entry.js; do
+    if [ ! -f "$bundle" ] || [ "$source" -nt "$bundle" ]; then stale=1; fi
+  done
+done
+if [ "$stale" = 1 ]; then
   (cd browser && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 fi
