@@ -11,8 +11,13 @@ import functools
 import subprocess
 import sys
 import textwrap
+import uuid
 
-__all__ = ["capture_handled_exception", "capture_message_warning"]
+__all__ = [
+    "capture_handled_exception",
+    "capture_message_warning",
+    "with_fresh_event_id",
+]
 
 _SETUP = """
 import sys
@@ -56,6 +61,13 @@ def capture_handled_exception() -> bytes:
 def capture_message_warning() -> bytes:
     """The uncompressed envelope of one ``capture_message`` at warning level."""
     return _capture(_MESSAGE_WARNING)
+
+
+def with_fresh_event_id(envelope: bytes) -> tuple[str, bytes]:
+    """A new event id, and ``envelope`` with it in its header and its event alike."""
+    old = envelope.split(b'"event_id":"', 1)[1][:32]
+    new = uuid.uuid4().hex
+    return new, envelope.replace(old, new.encode())
 
 
 def _capture(scenario: str) -> bytes:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
-from tests.captures import capture_handled_exception
+from tests.captures import capture_handled_exception, with_fresh_event_id
 from tests.conftest import LiveServer, make_server
 
 TEMPLATE = capture_handled_exception()
-TEMPLATE_ID = TEMPLATE.split(b'"event_id":"', 1)[1][:32]
 
 
 def send_until_refused(
@@ -22,8 +20,7 @@ def send_until_refused(
     headers = {"X-Sentry-Auth": f"Sentry sentry_key={server.public_key}"}
     with httpx.Client(timeout=5) as client:
         while not stop.is_set():
-            event_id = uuid.uuid4().hex
-            body = TEMPLATE.replace(TEMPLATE_ID, event_id.encode())
+            event_id, body = with_fresh_event_id(TEMPLATE)
             try:
                 r = client.post(
                     f"{server.url}/api/{server.project_id}/envelope/",

@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx
 
-from tests.captures import capture_handled_exception
+from tests.captures import capture_handled_exception, with_fresh_event_id
 from tests.conftest import make_server
 
 TEMPLATE = capture_handled_exception()
-TEMPLATE_ID = TEMPLATE.split(b'"event_id":"', 1)[1][:32]
 
 
 def send(client: httpx.Client, url: str) -> tuple[str, httpx.Response]:
-    event_id = uuid.uuid4().hex
-    body = TEMPLATE.replace(TEMPLATE_ID, event_id.encode())
+    event_id, body = with_fresh_event_id(TEMPLATE)
     return event_id, client.post(url, content=body, headers={"Origin": "http://app"})
 
 
