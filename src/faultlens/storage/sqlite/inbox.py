@@ -237,9 +237,9 @@ class SqliteInbox:
             try:
                 self._write(conn, pending)
             except sqlite3.Error as exc:
-                refusal = self._refusal(exc)
+                full = self._note_failure(exc)
                 for a in pending.appends:
-                    a.loop.call_soon_threadsafe(_fail, a.future, refusal)
+                    a.loop.call_soon_threadsafe(_fail, a.future, _refusal(exc, full))
                 for f in pending.flushes:
                     f.done.set()
                 continue
@@ -250,27 +250,19 @@ class SqliteInbox:
                 f.done.set()
         conn.close()
 
-    def _refusal(self, exc: sqlite3.Error) -> InboxUnavailable:
-        """The storage failure as callers see it; logged once per spell of full."""
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            if not self._full:
-                log.warning(
-                    "inbox is full (%d bytes); refusing envelopes until processing"
-                    " frees room",
-                    self._max_size,
-                )
-            self._full = True
-            refusal = InboxUnavailable(
-                "the server's inbox is full; send the envelope again later",
-                full=True,
-            )
-        else:
+    def _note_failure(self, exc: sqlite3.Error) -> bool:
+        """Log a failed write (once per spell of full); return whether it was full."""
+        full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        if not full:
             log.error("inbox write failed: %s", exc)
-            refusal = InboxUnavailable(
-                "the server could not store the envelope; send it again later"
+        elif not self._full:
+            log.warning(
+                "inbox is full (%d bytes); refusing envelopes until processing"
+                " frees room",
+                self._max_size,
             )
-        refusal.__cause__ = exc
-        return refusal
+        self._full = self._full or full
+        return full
 
     def _note_room(self) -> None:
         if self._full:
@@ -351,6 +343,18 @@ class SqliteInbox:
 def _resolve(future: asyncio.Future[int], value: int) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _refusal(exc: sqlite3.Error, full: bool) -> InboxUnavailable:
+    # One exception per caller: a raised exception collects its traceback.
+    detail = (
+        "the server's inbox is full; send the envelope again later"
+        if full
+        else "the server could not store the envelope; send it again later"
+    )
+    refusal = InboxUnavailable(detail, full=full)
+    refusal.__cause__ = exc
+    return refusal
 
 
 def _fail(future: asyncio.Future[int], exc: BaseException) -> None:
