@@ -110,7 +110,7 @@ def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
     api.state.services = services
     install_problem_handlers(api)
     api.router.routes.extend(health_routes(services.store, services.inbox, settings))
-    api.include_router(build_api(services.store, services.inbox))
+    api.include_router(build_api(services.store, services.inbox, settings.limits))
 
     ingest = IngestService(
         settings=settings,

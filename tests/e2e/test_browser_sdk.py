@@ -188,6 +188,19 @@ def test_session_replay_segments_are_kept_and_linked_to_the_error(
     assert first["segment_id"] == 0
     assert first["event"]["replay_id"] == replay_id
 
+    with server.api() as api:
+        recording = api.get(
+            f"/api/v1/projects/{server.project_id}/replays/{replay_id}"
+            "/segments/0/recording"
+        )
+    assert recording.status_code == 200
+    events = recording.json()
+    # rrweb's full snapshot of the page, with the SDK's masking applied: neither
+    # the prefilled nor the typed patient name is in what was stored.
+    assert any(e["type"] == 2 for e in events)
+    assert "Jane Roe" not in recording.text and "John Doe" not in recording.text
+    assert "patient" in recording.text  # the input itself is there, by its name
+
 
 def test_tunnelled_envelopes_authenticate_by_their_dsn(
     page: Page, server: LiveServer

@@ -20,6 +20,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from faultlens.config import Limits
+from faultlens.ingest.decompress import decompress_replay
+from faultlens.ingest.errors import IngestError
 from faultlens.storage.ports import IssueStatus, transition
 from faultlens.storage.sqlite.inbox import SqliteInbox
 from faultlens.storage.sqlite.store import NotFound, SqliteStore
@@ -68,7 +71,7 @@ class ProjectOut(BaseModel):
     grouping_version: str
 
 
-def build_api(store: SqliteStore, inbox: SqliteInbox) -> APIRouter:
+def build_api(store: SqliteStore, inbox: SqliteInbox, limits: Limits) -> APIRouter:
     """The ``/api/v1`` routes over ``store``."""
 
     def authorized(
@@ -209,6 +212,24 @@ def build_api(store: SqliteStore, inbox: SqliteInbox) -> APIRouter:
         if not segments:
             raise Problem(404, "Not Found", f"no replay {replay_id}")
         return {"replay_id": replay_id, "segments": segments}
+
+    @router.get(
+        "/projects/{project_id}/replays/{replay_id}/segments/{segment_id}/recording"
+    )
+    def replay_recording(project_id: int, replay_id: str, segment_id: int) -> Response:
+        """A segment's rrweb events: the JSON array the SDK recorded, decompressed."""
+        _project(store, project_id)
+        try:
+            item = store.replay_recording(project_id, replay_id.lower(), segment_id)
+        except NotFound as exc:
+            raise Problem(404, "Not Found", str(exc)) from exc
+        # The item is a one-line JSON header, then the events, zlib-compressed or not.
+        _, _, events = item.partition(b"\n")
+        try:
+            body = decompress_replay(events, limits.max_replay_decompressed_size)
+        except IngestError as exc:
+            raise Problem(422, "Unprocessable Content", exc.detail) from exc
+        return Response(body, media_type="application/json")
 
     @router.get("/projects/{project_id}/feedback")
     def feedback(project_id: int) -> dict[str, Any]:

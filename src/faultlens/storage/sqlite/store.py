@@ -564,6 +564,19 @@ class SqliteStore:
             for s, r, e in rows
         ]
 
+    def replay_recording(
+        self, project_id: int, replay_id: str, segment_id: int
+    ) -> bytes:
+        """A segment's ``replay_recording`` item, as the SDK sent it."""
+        rows = self._read(
+            "SELECT blob FROM replay_segments"
+            " WHERE project_id = ? AND replay_id = ? AND segment_id = ?",
+            (project_id, replay_id, segment_id),
+        )
+        if not rows:
+            raise NotFound(f"no segment {segment_id} of replay {replay_id}")
+        return self.read_blob(rows[0][0])
+
     def list_feedback(self, project_id: int, limit: int = 100) -> list[dict[str, Any]]:
         rows = self._read(
             "SELECT event_id, received, data FROM feedback WHERE project_id = ?"
