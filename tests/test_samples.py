@@ -116,6 +116,32 @@ def test_browser_replay_segments_are_kept(live_server: LiveServer) -> None:
     assert [s["segment_id"] for s in segments] == [0, 1]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "js-03-replay-segment0-session-mode",
+        "js-nocompress-07-replay-segment0-plain-json",
+    ],
+)
+def test_replay_recordings_read_back_as_rrweb_events(
+    live_server: LiveServer, name: str
+) -> None:
+    body, _ = load(name)
+    replay_id = json.loads(body.split(b"\n", 1)[0])["event_id"]
+    params = {"sentry_key": live_server.public_key}
+    assert post(live_server, body, params=params).status_code == 200
+    live_server.wait_processed(0)
+    with live_server.api() as api:
+        r = api.get(
+            f"/api/v1/projects/{live_server.project_id}/replays/{replay_id}"
+            "/segments/0/recording"
+        )
+    assert r.status_code == 200, r.text
+    # zlib-compressed or plain as sent, it reads back as the same kind of array.
+    events = r.json()
+    assert any(e["type"] == 2 for e in events)  # rrweb's full snapshot
+
+
 def test_options_preflight_allows_the_sentry_headers(live_server: LiveServer) -> None:
     r = httpx.options(
         f"{live_server.url}/api/{live_server.project_id}/envelope/",
