@@ -434,9 +434,11 @@ def test_leftover_files_are_sent_and_unreadable_ones_reported(
     transport = transports(stub.dsn, queue_dir)
     transport.flush(5)
     assert queue_files(queue_dir) == []
-    (received,) = stub.requests()
-    assert received.event_id == event_id
-    assert received.discarded() == [
+    received = stub.requests()
+    assert [r.event_id for r in received if r.event_id] == [event_id]
+    # The loss rides along with the event, or, when the flush wrote the counts out
+    # before the sender took them, in a client report of its own: once either way.
+    assert [d for r in received for d in r.discarded()] == [
         {"reason": "internal_sdk_error", "category": "default", "quantity": 1}
     ]
 
