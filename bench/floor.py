@@ -38,6 +38,7 @@ import orjson
 import zstandard
 
 from envelopes import GzipTemplate
+from faultlens.storage.sqlite.store import COMPRESSION_LEVEL
 
 #: Distinct bodies per template: the steps run over more data than the CPU caches
 #: hold, as a server meets it, rather than over one hot buffer.
@@ -48,8 +49,6 @@ _REPEATS = 3
 #: Envelopes per transaction in the insert steps, near what group commit reaches
 #: at 32 clients.
 _BATCH = 32
-#: The level the event store compresses with (faultlens.storage.sqlite.store).
-_ZSTD_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def measure_steps(templates: Sequence[GzipTemplate]) -> StepCosts:
     events = [_event_payload(envelope) for envelope in envelopes]
     parsed = [orjson.loads(event) for event in events]
     serialised = [orjson.dumps(value) for value in parsed]
-    compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
     packed = [compressor.compress(data) for data in serialised]
 
     with tempfile.TemporaryDirectory(prefix="faultlens-floor-") as tmp:

@@ -40,7 +40,7 @@ from faultlens.storage.sqlite.schema import SCHEMA
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 #: zstd level 3 keeps a ~20 KB SDK event near 4 KB at a few tens of microseconds.
-_COMPRESSION_LEVEL = 3
+COMPRESSION_LEVEL = 3
 
 
 class NotFound(LookupError):
@@ -65,7 +65,7 @@ class SqliteStore:
         self.blob_dir = data_dir / "blobs"
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._compressor = zstandard.ZstdCompressor(level=_COMPRESSION_LEVEL)
+        self._compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
         self._decompressor = zstandard.ZstdDecompressor()
         with self._writer() as conn:
             conn.executescript(SCHEMA)
